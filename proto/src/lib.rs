@@ -6,7 +6,8 @@
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 /// Encoded `FileDescriptorSet` of every contract, with comments, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aegis_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/aegis_descriptor.bin"));
 
 /// `google.api` annotations used by the contracts.
 pub mod google {

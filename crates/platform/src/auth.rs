@@ -183,7 +183,10 @@ pub enum Authentication {
 ///
 /// No token (or a bad one) is `UNAUTHENTICATED`; a known caller without the role is
 /// `PERMISSION_DENIED`.
-pub fn authorize(extensions: &http::Extensions, permission: Permission) -> Result<Caller, ApiError> {
+pub fn authorize(
+    extensions: &http::Extensions,
+    permission: Permission,
+) -> Result<Caller, ApiError> {
     match extensions.get::<Authentication>() {
         Some(Authentication::Verified(caller)) => {
             if caller.may(permission) {
@@ -199,9 +202,9 @@ pub fn authorize(extensions: &http::Extensions, permission: Permission) -> Resul
                 })
             }
         }
-        Some(Authentication::Rejected(why)) => {
-            Err(ApiError::Unauthenticated(format!("invalid bearer token: {why}")))
-        }
+        Some(Authentication::Rejected(why)) => Err(ApiError::Unauthenticated(format!(
+            "invalid bearer token: {why}"
+        ))),
         Some(Authentication::Missing) | None => Err(ApiError::Unauthenticated(
             "missing bearer token: send `authorization: Bearer <token>` (`aegis token` mints one \
              for development)"
@@ -319,7 +322,8 @@ impl Authenticator {
 
     /// Verifies a bearer token (without the `Bearer ` prefix).
     pub fn verify(&self, token: &str) -> Result<Caller, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token".to_owned())?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| "malformed token".to_owned())?;
         if header.alg == Algorithm::HS256 {
             if let Some(service) = self.verify_service(token) {
                 return Ok(service);
@@ -331,7 +335,9 @@ impl Authenticator {
                 .user_hs256
                 .clone()
                 .ok_or_else(|| "HS256 user tokens are not accepted here".to_owned())?,
-            Algorithm::RS256 | Algorithm::ES256 => self.jwks_key(header.kid.as_deref(), header.alg)?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                self.jwks_key(header.kid.as_deref(), header.alg)?
+            }
             other => return Err(format!("algorithm {other:?} is not accepted")),
         };
         let mut validation = Validation::new(header.alg);
@@ -414,11 +420,19 @@ fn parse_jwks(text: &str) -> anyhow::Result<HashMap<String, (Algorithm, Decoding
             jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
             _ => continue,
         };
-        let key = DecodingKey::from_jwk(jwk).with_context(|| format!("invalid JWKS key {index}"))?;
-        let kid = jwk.common.key_id.clone().unwrap_or_else(|| index.to_string());
+        let key =
+            DecodingKey::from_jwk(jwk).with_context(|| format!("invalid JWKS key {index}"))?;
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .unwrap_or_else(|| index.to_string());
         keys.insert(kid, (alg, key));
     }
-    anyhow::ensure!(!keys.is_empty(), "the JWKS document holds no RS256 or ES256 key");
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "the JWKS document holds no RS256 or ES256 key"
+    );
     Ok(keys)
 }
 
@@ -627,8 +641,14 @@ mod tests {
         let UserKeySource::Hs256(secret) = &config.user_keys else {
             unreachable!()
         };
-        let token = mint_user_token(secret, "aegis-dev", "aegis", &analyst(), Duration::from_secs(60))
-            .expect("token");
+        let token = mint_user_token(
+            secret,
+            "aegis-dev",
+            "aegis",
+            &analyst(),
+            Duration::from_secs(60),
+        )
+        .expect("token");
 
         assert_eq!(auth.verify(&token), Ok(Caller::User(analyst())));
     }
@@ -644,7 +664,8 @@ mod tests {
         let wrong_aud = mint_user_token(secret, "aegis-dev", "other", &analyst(), hour).expect("t");
         let wrong_iss = mint_user_token(secret, "other", "aegis", &analyst(), hour).expect("t");
         let other_key = Secret::new("another-secret-another-secret-another");
-        let wrong_key = mint_user_token(&other_key, "aegis-dev", "aegis", &analyst(), hour).expect("t");
+        let wrong_key =
+            mint_user_token(&other_key, "aegis-dev", "aegis", &analyst(), hour).expect("t");
 
         assert!(auth.verify(&wrong_aud).unwrap_err().contains("audience"));
         assert!(auth.verify(&wrong_iss).unwrap_err().contains("issuer"));
@@ -680,7 +701,10 @@ mod tests {
         let auth = Authenticator::from_config(&config).await.expect("auth");
         let source = ServiceTokenSource::new("exceptions", &config.service_secret).expect("source");
         let token = source.token().expect("token");
-        assert_eq!(auth.verify(&token), Ok(Caller::Service("exceptions".into())));
+        assert_eq!(
+            auth.verify(&token),
+            Ok(Caller::Service("exceptions".into()))
+        );
 
         // The same claims signed with the user secret are not a service token.
         let user_secret = Secret::new("user-secret-user-secret-user-secret");
@@ -703,7 +727,11 @@ mod tests {
         ];
         for (permission, expected) in table {
             for (role, allowed) in Role::ALL.into_iter().zip(expected) {
-                assert_eq!(permission.allows(role), allowed, "{permission:?} for {role}");
+                assert_eq!(
+                    permission.allows(role),
+                    allowed,
+                    "{permission:?} for {role}"
+                );
             }
         }
     }

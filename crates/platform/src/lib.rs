@@ -6,8 +6,10 @@
 //! [`error::ApiError`], which becomes a `tonic::Status` with `google.rpc` details in one place.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod pagination;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -77,7 +77,9 @@ impl ServerBuilder {
         let listener = tokio::net::TcpListener::bind(self.config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", self.config.listen_addr))?;
-        let local_addr = listener.local_addr().context("cannot read the bound address")?;
+        let local_addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in std::iter::once("").chain(self.service_names.iter().copied()) {
@@ -142,8 +144,9 @@ impl BoundServer {
     /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING and lets
     /// in-flight calls finish for at most the grace period.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let names: Vec<&'static str> =
-            std::iter::once("").chain(self.service_names.iter().copied()).collect();
+        let names: Vec<&'static str> = std::iter::once("")
+            .chain(self.service_names.iter().copied())
+            .collect();
         let readiness = tokio::spawn(watch_readiness(
             self.health.clone(),
             names.clone(),
@@ -206,7 +209,11 @@ impl BoundServer {
     }
 }
 
-async fn watch_readiness(health: HealthReporter, names: Vec<&'static str>, databases: Vec<Database>) {
+async fn watch_readiness(
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    databases: Vec<Database>,
+) {
     let mut serving = None;
     loop {
         let mut ready = true;
