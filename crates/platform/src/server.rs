@@ -87,14 +87,10 @@ impl ServerBuilder {
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(aegis_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection(&self.service_names)
             .build_v1()
             .context("cannot build the reflection service")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(aegis_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection(&self.service_names)
             .build_v1alpha()
             .context("cannot build the reflection service")?;
 
@@ -207,6 +203,30 @@ impl BoundServer {
             }
         }
     }
+}
+
+/// Reflection knows every contract, so `grpcurl describe` documents all five, but lists only
+/// the services this server answers.
+fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(aegis_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false);
+    for name in service_names
+        .iter()
+        .copied()
+        .chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ])
+        .chain(["grpc.reflection.v1alpha.ServerReflection"])
+    {
+        builder = builder.with_service_name(name);
+    }
+    builder
 }
 
 async fn watch_readiness(
