@@ -8,6 +8,7 @@ use crate::support::*;
 fn selection(ids: &[&str]) -> Option<pb::BulkSelection> {
     Some(pb::BulkSelection {
         case_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        filter: None,
     })
 }
 
@@ -151,7 +152,7 @@ async fn bulk_selection_limits_are_enforced() {
         .bulk_close_cases(pb::BulkCloseCasesRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(violated_fields(&empty), ["selection.case_ids"]);
+    assert_eq!(violated_fields(&empty), ["selection"]);
 
     let repeated = analyst
         .bulk_close_cases(pb::BulkCloseCasesRequest {
@@ -176,4 +177,50 @@ async fn bulk_selection_limits_are_enforced() {
         get_case(&mut analyst, &case.id).await.status,
         pb::CaseStatus::Open as i32
     );
+}
+
+#[tokio::test]
+async fn bulk_close_by_filter_closes_what_the_list_shows() {
+    let aegis = TestAegis::start().await;
+    let mut analyst = aegis.cases_as("ana", ANALYST).await;
+    let low = create_case(&mut analyst, "Low one", pb::Severity::Low).await;
+    let other_low = create_case(&mut analyst, "Low two", pb::Severity::Low).await;
+    let high = create_case(&mut analyst, "High one", pb::Severity::High).await;
+    let filter = pb::CaseFilter {
+        severities: vec![pb::Severity::Low as i32],
+        ..Default::default()
+    };
+
+    let outcomes = analyst
+        .bulk_close_cases(pb::BulkCloseCasesRequest {
+            selection: Some(pb::BulkSelection {
+                case_ids: Vec::new(),
+                filter: Some(filter),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcomes;
+
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.case_id.as_str()).collect();
+    assert_eq!(ids, [low.id.as_str(), other_low.id.as_str()]);
+    assert!(outcomes.iter().all(|o| o.result == Outcome::Done as i32));
+    assert_eq!(
+        get_case(&mut analyst, &high.id).await.status,
+        pb::CaseStatus::Open as i32
+    );
+
+    let both = analyst
+        .bulk_close_cases(pb::BulkCloseCasesRequest {
+            selection: Some(pb::BulkSelection {
+                case_ids: vec![high.id.clone()],
+                filter: Some(pb::CaseFilter::default()),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&both), ["selection"]);
 }

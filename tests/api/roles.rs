@@ -133,6 +133,7 @@ async fn invoke(client: &mut CasesClient, rpc: &str, f: &Fixture) -> Result<(), 
             .bulk_close_cases(pb::BulkCloseCasesRequest {
                 selection: Some(pb::BulkSelection {
                     case_ids: vec![case_id],
+                    filter: None,
                 }),
                 ..Default::default()
             })
@@ -142,6 +143,7 @@ async fn invoke(client: &mut CasesClient, rpc: &str, f: &Fixture) -> Result<(), 
             .bulk_resolve_cases(pb::BulkResolveCasesRequest {
                 selection: Some(pb::BulkSelection {
                     case_ids: vec![case_id],
+                    filter: None,
                 }),
                 ..Default::default()
             })

@@ -46,6 +46,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 fail() {
     echo "FAIL: $*" >&2
@@ -113,7 +114,8 @@ json() {
 
 # --- start the server ------------------------------------------------------------------------
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
 ADDR=127.0.0.1:$PORT
 
 "$BIN" up --listen "$ADDR" --data-dir "$DATA" >"$WORK/banner.txt" 2>"$LOG" &
@@ -194,14 +196,16 @@ check finding "CreateFinding stores the finding with its page" \
      and d["finding"]["pageUrl"].startswith("https://") and d["finding"]["spaceKey"] == "PAY"'
 FINDING=$(json finding 'd["finding"]["id"]')
 
-call link grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
-    -d "{\"case_id\": \"$CASE\", \"finding_id\": \"$FINDING\"}" \
-    "$ADDR" aegis.cases.v1.CaseService/LinkFinding
+call link grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d @ \
+    "$ADDR" aegis.cases.v1.CaseService/LinkFinding <<EOF
+{"case_id": "$CASE", "finding_id": "$FINDING"}
+EOF
 check link "LinkFinding links the finding to the case" 'd["case"]["findingCount"] == 1'
 
-call comment grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
-    -d "{\"case_id\": \"$CASE\", \"body\": \"Asked the page owner to rotate the key.\"}" \
-    "$ADDR" aegis.cases.v1.CaseService/AddComment
+call comment grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d @ \
+    "$ADDR" aegis.cases.v1.CaseService/AddComment <<EOF
+{"case_id": "$CASE", "body": "Asked the page owner to rotate the key."}
+EOF
 check comment "AddComment stores the comment, written by Alice" \
     "d['comment']['caseId'] == '$CASE' and d['comment']['author']['displayName'] == 'Alice'"
 
@@ -212,27 +216,28 @@ check get "GetCase counts one finding and one comment" \
     'd["case"]["findingCount"] == 1 and d["case"]["commentCount"] == 1'
 ETAG=$(json get 'json.dumps(d["case"]["etag"])')
 
-call progress grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{
-    \"case_id\": \"$CASE\",
-    \"etag\": $ETAG,
-    \"status\": \"CASE_STATUS_IN_PROGRESS\",
-    \"note\": \"Owner is rotating the key\"
-}" "$ADDR" aegis.cases.v1.CaseService/TransitionCase
+call progress grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d @ \
+    "$ADDR" aegis.cases.v1.CaseService/TransitionCase <<EOF
+{"case_id": "$CASE", "etag": $ETAG, "status": "CASE_STATUS_IN_PROGRESS",
+ "note": "Owner is rotating the key"}
+EOF
 check progress "TransitionCase with the current etag moves the case to In Progress" \
     "d['case']['status'] == 'CASE_STATUS_IN_PROGRESS'
      and d['case']['etag'] != load('get')['case']['etag']"
 
-refuse stale grpcurl -plaintext -format-error -H "authorization: Bearer $TOKEN" -d "{
-    \"case_id\": \"$CASE\", \"etag\": $ETAG, \"status\": \"CASE_STATUS_OPEN\"
-}" "$ADDR" aegis.cases.v1.CaseService/TransitionCase
+refuse stale grpcurl -plaintext -format-error -H "authorization: Bearer $TOKEN" -d @ \
+    "$ADDR" aegis.cases.v1.CaseService/TransitionCase <<EOF
+{"case_id": "$CASE", "etag": $ETAG, "status": "CASE_STATUS_OPEN"}
+EOF
 check stale "a stale etag is Aborted with reason ETAG_MISMATCH" \
     'd["code"] == 10 and d["details"][0]["reason"] == "ETAG_MISMATCH"'
 
 MISSING=00000000-0000-0000-0000-000000000000
-call bulk grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{
-    \"selection\": {\"case_ids\": [\"$CASE\", \"$MISSING\"]},
-    \"note\": \"Key rotated and page cleaned\"
-}" "$ADDR" aegis.cases.v1.CaseService/BulkCloseCases
+call bulk grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d @ \
+    "$ADDR" aegis.cases.v1.CaseService/BulkCloseCases <<EOF
+{"selection": {"case_ids": ["$CASE", "$MISSING"]},
+ "note": "Key rotated and page cleaned"}
+EOF
 check bulk "BulkCloseCases closes the case and reports the unknown id as not found" \
     "[(o['caseId'], o['result']) for o in d['outcomes']]
      == [('$CASE', 'RESULT_DONE'), ('$MISSING', 'RESULT_NOT_FOUND')]

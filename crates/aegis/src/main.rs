@@ -1,6 +1,6 @@
 //! The `aegis` command.
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use aegis::{SERVICES, Settings};
 use aegis_cases::CasesArgs;
@@ -111,9 +111,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve(&settings, &[service.as_str()], None).await
         }
         Command::Migrate { common } => {
-            let platform = common.resolve(KeyPolicy::GenerateDevelopmentKeys)?;
             telemetry::init(common.log_format, &common.log_filter)?;
-            let database = Database::connect(&platform.database_url).await?;
+            let database = Database::connect(&common.database_url()?).await?;
             database.migrate(&aegis_cases::storage::MIGRATOR).await?;
             tracing::info!("migrations applied");
             Ok(())
@@ -181,24 +180,38 @@ async fn serve(
         "aegis listening (with grpc.health.v1.Health, server reflection and gRPC-web)"
     );
     if let Some(common) = up {
-        let data_dir = common.data_dir.display();
-        #[allow(clippy::print_stdout)]
-        {
-            println!();
-            println!(
-                "Aegis {} is up on {addr} ({database})",
-                env!("CARGO_PKG_VERSION")
-            );
-            println!(
-                "Get a token:  export TOKEN=$(aegis token --data-dir {data_dir} --user alice --name Alice --role analyst)"
-            );
-            println!(
-                "Then:         grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} list"
-            );
-            println!();
-        }
+        print_banner(common, addr, &database);
     }
     aegis::run(server, shutdown_signal()).await
+}
+
+/// Tells a person at a terminal where Aegis listens and how to call it.
+#[allow(clippy::print_stdout)]
+fn print_banner(common: &CommonArgs, addr: std::net::SocketAddr, database: &str) {
+    let data_dir = common.data_dir.display();
+    // The path this binary was started from, so the hint works after `cargo run` too.
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|path| match std::env::current_dir() {
+            Ok(cwd) => path
+                .strip_prefix(&cwd)
+                .map(Path::to_path_buf)
+                .unwrap_or(path),
+            Err(_) => path,
+        })
+        .map_or_else(|| "aegis".to_owned(), |path| path.display().to_string());
+    println!();
+    println!(
+        "Aegis {} is up on {addr} ({database})",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("Get a token:");
+    println!(
+        "  export TOKEN=$({exe} token --data-dir {data_dir} --user alice --name Alice --role analyst)"
+    );
+    println!("Then:");
+    println!("  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} list");
+    println!();
 }
 
 /// The database URL without its password, for the start-up log.

@@ -233,10 +233,12 @@ pub struct UserClaims {
     pub aud: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
-    /// Not before, seconds since the epoch.
-    pub nbf: u64,
+    /// Not before, seconds since the epoch; checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Issued at, seconds since the epoch.
-    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,10 +326,10 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Caller, String> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| "malformed token".to_owned())?;
-        if header.alg == Algorithm::HS256 {
-            if let Some(service) = self.verify_service(token) {
-                return Ok(service);
-            }
+        if header.alg == Algorithm::HS256
+            && let Some(service) = self.verify_service(token)
+        {
+            return Ok(service);
         }
         let key = match header.alg {
             Algorithm::HS256 => self
@@ -343,7 +345,7 @@ impl Authenticator {
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.inner.issuer]);
         validation.set_audience(&[&self.inner.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECS;
         let data = jsonwebtoken::decode::<UserClaims>(token, &key, &validation)
@@ -477,8 +479,8 @@ pub fn mint_user_token(
         iss: issuer.to_owned(),
         aud: audience.to_owned(),
         exp: now + lifetime.as_secs(),
-        nbf: now.saturating_sub(1),
-        iat: now,
+        nbf: Some(now.saturating_sub(1)),
+        iat: Some(now),
     };
     let key = EncodingKey::from_secret(secret.expose().as_bytes()).context("invalid secret")?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).context("cannot sign")
@@ -514,12 +516,11 @@ impl ServiceTokenSource {
     /// A valid token, minted anew when the cached one is close to expiry.
     pub fn token(&self) -> anyhow::Result<String> {
         let now = now_secs();
-        if let Ok(cached) = self.cached.read() {
-            if let Some((token, exp)) = cached.as_ref() {
-                if *exp > now + 60 {
-                    return Ok(token.clone());
-                }
-            }
+        if let Ok(cached) = self.cached.read()
+            && let Some((token, exp)) = cached.as_ref()
+            && *exp > now + 60
+        {
+            return Ok(token.clone());
         }
         let exp = now + SERVICE_TOKEN_LIFETIME.as_secs();
         let claims = ServiceClaims {
@@ -686,8 +687,8 @@ mod tests {
             iss: "aegis-dev".into(),
             aud: "aegis".into(),
             exp: now - 3600,
-            nbf: now - 7200,
-            iat: now - 7200,
+            nbf: Some(now - 7200),
+            iat: Some(now - 7200),
         };
         let key = EncodingKey::from_secret(b"user-secret-user-secret-user-secret").expect("key");
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("t");

@@ -199,21 +199,30 @@ pub const DEV_USER_SECRET_FILE: &str = "dev-user-token.secret";
 pub const DEV_SERVICE_SECRET_FILE: &str = "dev-service-token.secret";
 
 impl CommonArgs {
+    /// The database URL: the one given, or the embedded SQLite file under the data folder
+    /// (whose folder is created).
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("cannot create data folder {}", self.data_dir.display())
+                })?;
+                Ok(format!(
+                    "sqlite://{}",
+                    self.data_dir.join("aegis.db").display()
+                ))
+            }
+        }
+    }
+
     /// Resolves flags into a validated configuration, reading secret files and, under
     /// [`KeyPolicy::GenerateDevelopmentKeys`], creating the development keys.
     pub fn resolve(&self, policy: KeyPolicy) -> anyhow::Result<PlatformConfig> {
         if self.max_message_bytes < 1024 {
             bail!("{} must be at least 1024 bytes", env::MAX_MESSAGE_BYTES);
         }
-        let database_url = match &self.database_url {
-            Some(url) => url.clone(),
-            None => {
-                std::fs::create_dir_all(&self.data_dir).with_context(|| {
-                    format!("cannot create data folder {}", self.data_dir.display())
-                })?;
-                format!("sqlite://{}", self.data_dir.join("aegis.db").display())
-            }
-        };
+        let database_url = self.database_url()?;
 
         let user_secret = read_secret(
             self.auth_hs256_secret.as_deref(),
@@ -221,7 +230,12 @@ impl CommonArgs {
             env::AUTH_HS256_SECRET_FILE,
         )?;
         let user_keys = match (user_secret, &self.auth_jwks_file, &self.auth_jwks_url) {
-            (Some(secret), None, None) => UserKeySource::Hs256(secret),
+            (Some(secret), None, None) => {
+                if secret.expose().len() < 32 {
+                    bail!("the HS256 user token secret must be at least 32 bytes");
+                }
+                UserKeySource::Hs256(secret)
+            }
             (None, Some(file), None) => UserKeySource::JwksFile(file.clone()),
             (None, None, Some(url)) => UserKeySource::JwksUrl(url.clone()),
             (None, None, None) => match policy {

@@ -23,8 +23,6 @@ pub mod reason {
     pub const INVALID_STATE_TRANSITION: &str = "INVALID_STATE_TRANSITION";
     /// The etag sent with an edit no longer matches the resource.
     pub const ETAG_MISMATCH: &str = "ETAG_MISMATCH";
-    /// A `request_id` was reused for a different request.
-    pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
     /// The resource does not exist.
     pub const NOT_FOUND: &str = "NOT_FOUND";
     /// The resource already exists.

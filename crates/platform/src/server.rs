@@ -150,11 +150,14 @@ impl BoundServer {
         ));
 
         let cors = cors_layer(&self.config.cors_allowed_origins);
-        let trace = tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
-            |request: &http::Request<Body>| {
+        // A refused call is the client's business, not an operator's: failures are logged at
+        // debug here, and the handlers log what needs attention (internal errors, an
+        // unavailable database) once, where they handle it.
+        let trace = tower_http::trace::TraceLayer::new_for_grpc()
+            .make_span_with(|request: &http::Request<Body>| {
                 tracing::info_span!("grpc.request", rpc = %request.uri().path())
-            },
-        );
+            })
+            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG));
         let layers = tower::ServiceBuilder::new()
             .layer(trace)
             .layer(cors)

@@ -190,11 +190,11 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
         .next()
         .unwrap_or_default();
     anyhow::ensure!(!path.is_empty(), "the SQLite URL names no file");
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create folder {}", parent.display()))?;
-        }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create folder {}", parent.display()))?;
     }
     Ok(if url.contains("mode=") {
         url.to_owned()

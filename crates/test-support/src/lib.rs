@@ -229,10 +229,10 @@ impl TestAegis {
             let request = HealthCheckRequest {
                 service: String::new(),
             };
-            if let Ok(response) = health.check(request).await {
-                if response.into_inner().status == ServingStatus::Serving as i32 {
-                    return;
-                }
+            if let Ok(response) = health.check(request).await
+                && response.into_inner().status == ServingStatus::Serving as i32
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

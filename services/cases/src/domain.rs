@@ -542,9 +542,8 @@ pub struct ChainVerification {
 /// Walks events in order and reports the first broken link.
 pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a EvidenceEvent>) -> ChainVerification {
     let mut previous = GENESIS_HASH.to_owned();
-    let mut expected_seq = 1;
     let mut count = 0;
-    for event in events {
+    for (expected_seq, event) in (1_i64..).zip(events) {
         count += 1;
         let broken = |problem: String| ChainVerification {
             valid: false,
@@ -584,7 +583,6 @@ pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a EvidenceEvent>) -> 
             ));
         }
         previous = event.hash.clone();
-        expected_seq += 1;
     }
     ChainVerification {
         valid: true,

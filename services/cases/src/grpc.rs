@@ -526,26 +526,26 @@ fn parse_filter(check: &mut Check, filter: Option<&pb::CaseFilter>, caller: &Cal
     };
     let mut statuses = Vec::new();
     for (index, value) in filter.statuses.iter().enumerate() {
-        if let Some(status) = check.status(&format!("filter.statuses[{index}]"), *value) {
-            if !statuses.contains(&status) {
-                statuses.push(status);
-            }
+        if let Some(status) = check.status(&format!("filter.statuses[{index}]"), *value)
+            && !statuses.contains(&status)
+        {
+            statuses.push(status);
         }
     }
     let mut severities = Vec::new();
     for (index, value) in filter.severities.iter().enumerate() {
-        if let Some(severity) = check.severity(&format!("filter.severities[{index}]"), *value) {
-            if !severities.contains(&severity) {
-                severities.push(severity);
-            }
+        if let Some(severity) = check.severity(&format!("filter.severities[{index}]"), *value)
+            && !severities.contains(&severity)
+        {
+            severities.push(severity);
         }
     }
     let mut sla_statuses = Vec::new();
     for (index, value) in filter.sla_statuses.iter().enumerate() {
-        if let Some(sla) = check.sla(&format!("filter.sla_statuses[{index}]"), *value) {
-            if !sla_statuses.contains(&sla) {
-                sla_statuses.push(sla);
-            }
+        if let Some(sla) = check.sla(&format!("filter.sla_statuses[{index}]"), *value)
+            && !sla_statuses.contains(&sla)
+        {
+            sla_statuses.push(sla);
         }
     }
     statuses.sort_by_key(|s| status_to_wire(*s) as i32);
@@ -630,31 +630,61 @@ impl CaseApi {
         key: Option<IdempotencyKey>,
         mut check: Check,
     ) -> Result<Vec<pb::BulkOutcome>, Status> {
-        let ids = selection.map(|s| s.case_ids.as_slice()).unwrap_or_default();
-        if ids.is_empty() {
-            check.add(
-                "selection.case_ids",
-                format!("must list 1 to {} cases", limits::BULK_MAX),
-            );
-        } else if ids.len() > limits::BULK_MAX {
-            check.add(
+        let listed = selection.map(|s| s.case_ids.as_slice()).unwrap_or_default();
+        let filter = selection.and_then(|s| s.filter.as_ref());
+        let mut matched = Vec::new();
+        match (listed.is_empty(), filter) {
+            (true, None) => check.add(
+                "selection",
+                format!(
+                    "must list 1 to {} case_ids or give a filter",
+                    limits::BULK_MAX
+                ),
+            ),
+            (false, Some(_)) => check.add(
+                "selection",
+                "must give either case_ids or a filter, not both",
+            ),
+            (true, Some(filter)) => {
+                let filter = parse_filter(&mut check, Some(filter), caller);
+                if check.violations.is_empty() {
+                    matched = self
+                        .store
+                        .case_ids_matching(&filter, limits::BULK_MAX)
+                        .await
+                        .map_err(store_error)?;
+                    if matched.len() > limits::BULK_MAX {
+                        check.add(
+                            "selection.filter",
+                            format!("matches more than {} cases; narrow it", limits::BULK_MAX),
+                        );
+                    }
+                }
+            }
+            (false, None) if listed.len() > limits::BULK_MAX => check.add(
                 "selection.case_ids",
                 format!(
                     "must list at most {} cases (got {})",
                     limits::BULK_MAX,
-                    ids.len()
+                    listed.len()
                 ),
-            );
-        } else {
-            let mut seen = std::collections::HashSet::with_capacity(ids.len());
-            for (index, id) in ids.iter().enumerate() {
-                let field = format!("selection.case_ids[{index}]");
-                check.case_ref(&field, id);
-                if !seen.insert(CaseRef::parse(id)) {
-                    check.add(&field, "repeats an earlier case");
+            ),
+            (false, None) => {
+                let mut seen = std::collections::HashSet::with_capacity(listed.len());
+                for (index, id) in listed.iter().enumerate() {
+                    let field = format!("selection.case_ids[{index}]");
+                    check.case_ref(&field, id);
+                    if !seen.insert(CaseRef::parse(id)) {
+                        check.add(&field, "repeats an earlier case");
+                    }
                 }
             }
         }
+        let ids = if listed.is_empty() {
+            matched.as_slice()
+        } else {
+            listed
+        };
         let note = check.text("note", note, 0, limits::NOTE_MAX);
         check.finish()?;
         let outcomes = self

@@ -312,6 +312,16 @@ const FINDING_COLUMNS: &str = "id, external_id, title, rule, severity, content_i
 const EVENT_COLUMNS: &str = "id, case_id, seq, event_type, actor_kind, actor_id, actor_name, \
      occurred_at, payload, previous_hash, hash";
 
+/// Whether a change gives the case a new etag. The etag guards what a person edits: title,
+/// description, severity, status, assignee and the exception holding it. Comments, finding
+/// links and the Jira link change counts and references without invalidating an edit in
+/// progress, so they keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Etag {
+    Bump,
+    Keep,
+}
+
 /// A case row with the head of its evidence chain.
 struct LockedCase {
     case: Case,
@@ -731,9 +741,11 @@ impl CaseStore {
         }
     }
 
-    /// Writes the case's fields back and bumps its version.
-    async fn save_case(tx: &mut Tx, case: &mut Case, now: DateTime<Utc>) -> Result<()> {
-        case.version += 1;
+    /// Writes the case's fields back, with a new etag when `etag` says so.
+    async fn save_case(tx: &mut Tx, case: &mut Case, now: DateTime<Utc>, etag: Etag) -> Result<()> {
+        if etag == Etag::Bump {
+            case.version += 1;
+        }
         case.updated_at = now;
         let jira = case.jira.as_ref();
         sqlx::query(
@@ -872,7 +884,7 @@ impl CaseStore {
                 Self::link_locked(&mut tx, &mut locked, finding_id, actor, now).await?;
             }
             if !input.finding_ids.is_empty() {
-                Self::save_case(&mut tx, &mut locked.case, now).await?;
+                Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
             }
             Self::remember(&mut tx, key, "create_case", &locked.case, now).await?;
             tx.commit().await?;
@@ -900,38 +912,38 @@ impl CaseStore {
 
             let case = &mut locked.case;
             let mut diff = serde_json::Map::new();
-            if let Some(title) = &changes.title {
-                if *title != case.title {
-                    diff.insert(
-                        "title".into(),
-                        json!({"before": case.title, "after": title}),
-                    );
-                    case.title.clone_from(title);
-                }
+            if let Some(title) = &changes.title
+                && *title != case.title
+            {
+                diff.insert(
+                    "title".into(),
+                    json!({"before": case.title, "after": title}),
+                );
+                case.title.clone_from(title);
             }
-            if let Some(description) = &changes.description {
-                if *description != case.description {
-                    diff.insert(
-                        "description".into(),
-                        json!({"before": case.description, "after": description}),
-                    );
-                    case.description.clone_from(description);
-                }
+            if let Some(description) = &changes.description
+                && *description != case.description
+            {
+                diff.insert(
+                    "description".into(),
+                    json!({"before": case.description, "after": description}),
+                );
+                case.description.clone_from(description);
             }
-            if let Some(severity) = changes.severity {
-                if severity != case.severity {
-                    diff.insert(
-                        "severity".into(),
-                        json!({"before": case.severity.as_str(), "after": severity.as_str()}),
-                    );
-                    case.severity = severity;
-                    let (due, at_risk) = self.sla.deadlines(case.created_at, severity);
-                    case.sla_due_at = due;
-                    case.sla_at_risk_at = at_risk;
-                }
+            if let Some(severity) = changes.severity
+                && severity != case.severity
+            {
+                diff.insert(
+                    "severity".into(),
+                    json!({"before": case.severity.as_str(), "after": severity.as_str()}),
+                );
+                case.severity = severity;
+                let (due, at_risk) = self.sla.deadlines(case.created_at, severity);
+                case.sla_due_at = due;
+                case.sla_at_risk_at = at_risk;
             }
             if !diff.is_empty() {
-                Self::save_case(&mut tx, &mut locked.case, now).await?;
+                Self::save_case(&mut tx, &mut locked.case, now, Etag::Bump).await?;
                 let payload = json!({ "changes": diff });
                 Self::append_event(
                     &mut tx,
@@ -1010,7 +1022,7 @@ impl CaseStore {
             }
         }
         case.status = target;
-        Self::save_case(tx, &mut locked.case, now).await?;
+        Self::save_case(tx, &mut locked.case, now, Etag::Bump).await?;
         Self::append_event(tx, locked, event_type::STATUS_CHANGED, actor, payload, now).await
     }
 
@@ -1034,7 +1046,7 @@ impl CaseStore {
             if locked.case.assignee_id.as_deref() != assignee {
                 let payload = json!({"from": locked.case.assignee_id, "to": assignee});
                 locked.case.assignee_id = assignee.map(str::to_owned);
-                Self::save_case(&mut tx, &mut locked.case, now).await?;
+                Self::save_case(&mut tx, &mut locked.case, now, Etag::Bump).await?;
                 Self::append_event(
                     &mut tx,
                     &mut locked,
@@ -1071,12 +1083,11 @@ impl CaseStore {
         for (index, chunk) in chunks.into_iter().enumerate() {
             let chunk_outcomes = retrying!(async {
                 let mut tx = self.db.begin().await?;
-                if index == 0 {
-                    if let Some(previous) =
+                if index == 0
+                    && let Some(previous) =
                         Self::recall::<Vec<BulkOutcome>>(&mut tx, key, operation).await?
-                    {
-                        return Ok(Err(previous));
-                    }
+                {
+                    return Ok(Err(previous));
                 }
                 let now = self.now();
                 let mut results = Vec::with_capacity(chunk.len());
@@ -1213,7 +1224,7 @@ impl CaseStore {
                 let mut locked = Self::lock_case(&mut tx, case_ref).await?;
                 if !Self::is_linked(&mut tx, &locked.case.id, &finding.id).await? {
                     Self::link_locked(&mut tx, &mut locked, &finding.id, actor, now).await?;
-                    Self::save_case(&mut tx, &mut locked.case, now).await?;
+                    Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
                 }
             }
             Self::remember(&mut tx, key, "create_finding", &finding, now).await?;
@@ -1299,7 +1310,7 @@ impl CaseStore {
             let now = self.now();
             let mut locked = Self::lock_case(&mut tx, case_ref).await?;
             Self::link_locked(&mut tx, &mut locked, finding_id, actor, now).await?;
-            Self::save_case(&mut tx, &mut locked.case, now).await?;
+            Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
             Self::remember(&mut tx, key, "link_finding", &locked.case, now).await?;
             tx.commit().await?;
             Ok(locked.case)
@@ -1334,7 +1345,7 @@ impl CaseStore {
                 });
             }
             locked.case.finding_count -= 1;
-            Self::save_case(&mut tx, &mut locked.case, now).await?;
+            Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
             let payload = json!({"finding_id": finding_id});
             Self::append_event(
                 &mut tx,
@@ -1388,7 +1399,7 @@ impl CaseStore {
             .execute(&mut *tx)
             .await?;
             locked.case.comment_count += 1;
-            Self::save_case(&mut tx, &mut locked.case, now).await?;
+            Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
             let payload = json!({"comment_id": comment.id, "body": comment.body});
             Self::append_event(
                 &mut tx,
@@ -1427,12 +1438,12 @@ impl CaseStore {
             payload["status_before"] = json!(case.status.as_str());
             let kind = match effect.decision {
                 ExceptionDecision::Requested => {
-                    if let Some(pending) = &case.pending_exception_id {
-                        if pending != id {
-                            return Err(CaseError::Precondition(format!(
-                                "risk exception {pending} is already pending approval on this case"
-                            )));
-                        }
+                    if let Some(pending) = &case.pending_exception_id
+                        && pending != id
+                    {
+                        return Err(CaseError::Precondition(format!(
+                            "risk exception {pending} is already pending approval on this case"
+                        )));
                     }
                     if case.status.is_resolved() {
                         return Err(CaseError::Precondition(format!(
@@ -1490,7 +1501,7 @@ impl CaseStore {
                 }
             };
             payload["status_after"] = json!(case.status.as_str());
-            Self::save_case(&mut tx, &mut locked.case, now).await?;
+            Self::save_case(&mut tx, &mut locked.case, now, Etag::Bump).await?;
             let event = Self::append_event(&mut tx, &mut locked, kind, actor, payload, now).await?;
             let result = (locked.case, event);
             Self::remember(&mut tx, Some(key), "apply_exception", &result, now).await?;
@@ -1525,7 +1536,7 @@ impl CaseStore {
                 }
                 None => {
                     locked.case.jira = Some(link.clone());
-                    Self::save_case(&mut tx, &mut locked.case, now).await?;
+                    Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
                     let payload = json!({
                         "issue_id": link.issue_id,
                         "issue_key": link.issue_key,
@@ -1599,7 +1610,7 @@ impl CaseStore {
             };
             locked.case.jira = Some(next.clone());
             if changed {
-                Self::save_case(&mut tx, &mut locked.case, now).await?;
+                Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
                 let payload = json!({
                     "issue_id": next.issue_id,
                     "before": {"issue_key": current.issue_key, "status_name": current.status_name,
@@ -1718,12 +1729,9 @@ fn push_filter(sql: &mut Sql, filter: &CaseFilter, now: i64) {
         }
         None => {}
     }
-    match filter.jira_linked {
-        Some(linked) => {
-            sql.push(" AND jira_linked = ")
-                .bind(Param::Int(i64::from(linked)));
-        }
-        None => {}
+    if let Some(linked) = filter.jira_linked {
+        sql.push(" AND jira_linked = ")
+            .bind(Param::Int(i64::from(linked)));
     }
     if let Some(text) = &filter.title_contains {
         let escaped = text
