@@ -486,3 +486,50 @@ async fn a_request_id_belongs_to_its_caller() {
 
     assert_ne!(a.id, b.id);
 }
+
+#[tokio::test]
+async fn request_ids_are_forgotten_after_their_retention() {
+    use std::sync::Arc;
+
+    use aegis_cases::storage::CaseStore;
+    use aegis_platform::clock::SystemClock;
+
+    let aegis = TestAegis::start().await;
+    let mut analyst = aegis.cases_as("ana", ANALYST).await;
+    let request = pb::CreateCaseRequest {
+        request_id: "old-click".into(),
+        title: "Once".into(),
+        severity: pb::Severity::Low as i32,
+        ..Default::default()
+    };
+    let first = analyst
+        .create_case(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    let store = CaseStore::new(
+        aegis.database().await,
+        Default::default(),
+        Arc::new(SystemClock),
+    );
+
+    let kept = store
+        .purge_idempotency_keys(chrono::Utc::now() - chrono::Duration::days(30))
+        .await;
+    assert_eq!(kept.unwrap(), 0);
+    let purged = store
+        .purge_idempotency_keys(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await;
+    assert_eq!(purged.unwrap(), 1);
+
+    let again = analyst
+        .create_case(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .case
+        .unwrap();
+    assert_ne!(again.id, first.id);
+}

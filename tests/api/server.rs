@@ -111,3 +111,26 @@ async fn health_reports_serving_for_the_server_and_the_cases_service() {
 mod tonic_health_check {
     pub use aegis_test_support::health::{HealthCheckRequest, HealthClient, ServingStatus};
 }
+
+#[tokio::test]
+async fn health_turns_not_serving_when_the_server_drains() {
+    use tonic_health_check::*;
+    let aegis = TestAegis::start().await;
+    let mut health = HealthClient::new(aegis.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "aegis.cases.v1.CaseService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let stopping = tokio::spawn(aegis.stop());
+    let next = watch.message().await.unwrap().unwrap();
+
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    stopping.await.unwrap();
+}

@@ -737,6 +737,118 @@ mod tests {
         }
     }
 
+    const JWKS: &str = include_str!("../tests/fixtures/jwks.json");
+    const ES256_KEY: &str = include_str!("../tests/fixtures/es256-private.pem");
+    const RS256_KEY: &str = include_str!("../tests/fixtures/rs256-private.pem");
+
+    fn jwks_config(user_keys: UserKeySource) -> AuthConfig {
+        AuthConfig {
+            issuer: "https://idp.example.com/".into(),
+            audience: "aegis".into(),
+            user_keys,
+            service_secret: Secret::new("service-secret-service-secret-service"),
+        }
+    }
+
+    fn idp_token(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+        let now = now_secs();
+        let claims = UserClaims {
+            sub: "okta|42".into(),
+            name: Some("Pat Approver".into()),
+            email: Some("pat@example.com".into()),
+            roles: vec!["approver".into(), "unknown-role".into()],
+            iss: "https://idp.example.com/".into(),
+            aud: "aegis".into(),
+            exp: now + 600,
+            nbf: None,
+            iat: Some(now),
+        };
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    }
+
+    fn pat() -> Caller {
+        Caller::User(User {
+            id: "okta|42".into(),
+            name: "Pat Approver".into(),
+            email: "pat@example.com".into(),
+            roles: vec![Role::Approver],
+        })
+    }
+
+    #[tokio::test]
+    async fn es256_and_rs256_tokens_verify_against_a_jwks_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, JWKS).expect("write");
+        let auth = Authenticator::from_config(&jwks_config(UserKeySource::JwksFile(path)))
+            .await
+            .expect("auth");
+        let ec = EncodingKey::from_ec_pem(ES256_KEY.as_bytes()).expect("ec key");
+        let rsa = EncodingKey::from_rsa_pem(RS256_KEY.as_bytes()).expect("rsa key");
+
+        assert_eq!(
+            auth.verify(&idp_token(Algorithm::ES256, "ec-1", &ec)),
+            Ok(pat())
+        );
+        assert_eq!(
+            auth.verify(&idp_token(Algorithm::RS256, "rsa-1", &rsa)),
+            Ok(pat())
+        );
+        let unknown = auth.verify(&idp_token(Algorithm::ES256, "rotated-away", &ec));
+        assert!(unknown.expect_err("unknown kid").contains("unknown key"));
+        let mismatched = auth.verify(&idp_token(Algorithm::RS256, "ec-1", &rsa));
+        assert!(mismatched.is_err());
+    }
+
+    #[tokio::test]
+    async fn hs256_tokens_are_refused_when_only_a_jwks_is_configured() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, JWKS).expect("write");
+        let auth = Authenticator::from_config(&jwks_config(UserKeySource::JwksFile(path)))
+            .await
+            .expect("auth");
+        // Signed with the public key's text as an HMAC secret: the classic algorithm confusion.
+        let key = EncodingKey::from_secret(JWKS.as_bytes()).expect("key");
+
+        let result = auth.verify(&idp_token(Algorithm::HS256, "ec-1", &key));
+
+        assert!(result.expect_err("refused").contains("HS256"));
+    }
+
+    #[tokio::test]
+    async fn a_jwks_url_is_fetched_at_start() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{JWKS}",
+                    JWKS.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        let url = format!("http://{addr}/.well-known/jwks.json");
+        let auth = Authenticator::from_config(&jwks_config(UserKeySource::JwksUrl(url)))
+            .await
+            .expect("auth");
+        let ec = EncodingKey::from_ec_pem(ES256_KEY.as_bytes()).expect("ec key");
+
+        assert_eq!(
+            auth.verify(&idp_token(Algorithm::ES256, "ec-1", &ec)),
+            Ok(pat())
+        );
+    }
+
     #[test]
     fn bearer_header_parsing() {
         assert_eq!(bearer_token("Bearer abc"), Some("abc"));

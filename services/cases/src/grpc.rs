@@ -949,9 +949,7 @@ impl pb::case_service_server::CaseService for CaseApi {
         let case_ref =
             (!req.case_id.trim().is_empty()).then(|| check.case_ref("case_id", &req.case_id));
         let Some(finding) = req.finding.as_ref() else {
-            check.add("finding", "must be set");
-            check.finish()?;
-            return Err(Status::internal("unreachable"));
+            return Err(status(ApiError::invalid("finding", "must be set")));
         };
         let external_id = check.line("finding.external_id", &finding.external_id, 0, 255);
         let input = NewFinding {

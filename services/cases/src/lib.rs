@@ -65,6 +65,29 @@ pub struct CasesService {
     pub database: Database,
 }
 
+/// How long a `request_id` is remembered. Long enough for any client retry and for the other
+/// services' outboxes to deliver an effect after an outage of weeks.
+pub const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::days(30);
+
+/// Forgets old `request_id`s once an hour, for as long as the store lives.
+fn spawn_idempotency_purge(store: std::sync::Weak<CaseStore>, clock: SharedClock) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            interval.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            match store
+                .purge_idempotency_keys(clock.now() - IDEMPOTENCY_RETENTION)
+                .await
+            {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "old request ids forgotten"),
+                Err(error) => tracing::warn!(error = %error, "cannot purge old request ids"),
+            }
+        }
+    });
+}
+
 /// Opens the database at `database_url`, applies the migrations and builds the service.
 pub async fn build(
     platform: &PlatformConfig,
@@ -75,6 +98,7 @@ pub async fn build(
     let database = Database::connect(database_url).await?;
     database.migrate(&storage::MIGRATOR).await?;
     let store = Arc::new(CaseStore::new(database.clone(), sla, clock.clone()));
+    spawn_idempotency_purge(Arc::downgrade(&store), clock.clone());
     let tokens = PageTokens::new(platform.auth.service_secret.expose().as_bytes());
     Ok(CasesService {
         api: CaseApi::new(store, tokens, clock),

@@ -616,6 +616,18 @@ impl CaseStore {
 
     // ----- idempotency -----
 
+    /// Forgets `request_id`s recorded before `cutoff`; returns how many.
+    pub async fn purge_idempotency_keys(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.db.begin().await?;
+        let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(to_micros(cutoff))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
+    }
+
     async fn recall<T: DeserializeOwned>(
         tx: &mut Tx,
         key: Option<&IdempotencyKey>,
