@@ -696,6 +696,70 @@ impl CaseApi {
     }
 }
 
+/// A page request of a case's findings, comments or events.
+trait DetailPageRequest {
+    fn case_id(&self) -> &str;
+    fn page_size(&self) -> i32;
+    fn page_token(&self) -> &str;
+}
+
+macro_rules! detail_page_request {
+    ($($message:ty),*) => {$(
+        impl DetailPageRequest for $message {
+            fn case_id(&self) -> &str {
+                &self.case_id
+            }
+            fn page_size(&self) -> i32 {
+                self.page_size
+            }
+            fn page_token(&self) -> &str {
+                &self.page_token
+            }
+        }
+    )*};
+}
+
+detail_page_request!(
+    pb::ListCaseFindingsRequest,
+    pb::ListCommentsRequest,
+    pb::ListEvidenceEventsRequest
+);
+
+/// A validated detail page request; its tokens are bound to the list kind and the case.
+#[derive(Debug)]
+struct DetailQuery {
+    case_ref: CaseRef,
+    page_size: usize,
+    scope: String,
+    after: Option<i64>,
+}
+
+impl CaseApi {
+    fn detail_query(
+        &self,
+        kind: &str,
+        request: &impl DetailPageRequest,
+    ) -> Result<DetailQuery, Status> {
+        let mut check = Check::default();
+        let case_ref = check.case_ref("case_id", request.case_id());
+        let page_size = check.page_size(request.page_size(), DETAIL_PAGE_SIZE);
+        let scope = format!("{kind}:{}", request.case_id().trim());
+        let after = self.decode_token(&mut check, &scope, request.page_token());
+        check.finish()?;
+        Ok(DetailQuery {
+            case_ref,
+            page_size,
+            scope,
+            after,
+        })
+    }
+
+    fn next_detail_token(&self, query: &DetailQuery, next: Option<i64>) -> String {
+        next.map(|seq| self.tokens.encode(&query.scope, &seq))
+            .unwrap_or_default()
+    }
+}
+
 fn caller_of<T>(request: &Request<T>, permission: Permission) -> Result<Caller, Status> {
     authorize(request.extensions(), permission).map_err(status)
 }
@@ -1012,24 +1076,15 @@ impl pb::case_service_server::CaseService for CaseApi {
         request: Request<pb::ListCaseFindingsRequest>,
     ) -> Result<Response<pb::ListCaseFindingsResponse>, Status> {
         caller_of(&request, Permission::Read)?;
-        let req = request.get_ref();
-        let mut check = Check::default();
-        let case_ref = check.case_ref("case_id", &req.case_id);
-        let page_size = check.page_size(req.page_size, DETAIL_PAGE_SIZE);
-        let scope = format!("findings:{}", req.case_id.trim());
-        let after = self.decode_token(&mut check, &scope, &req.page_token);
-        check.finish()?;
+        let query = self.detail_query("findings", request.get_ref())?;
         let page = self
             .store
-            .list_case_findings(&case_ref, page_size, after)
+            .list_case_findings(&query.case_ref, query.page_size, query.after)
             .await
             .map_err(store_error)?;
         Ok(Response::new(pb::ListCaseFindingsResponse {
             findings: page.items.iter().map(finding_to_wire).collect(),
-            next_page_token: page
-                .next
-                .map(|c| self.tokens.encode(&scope, &c))
-                .unwrap_or_default(),
+            next_page_token: self.next_detail_token(&query, page.next),
         }))
     }
 
@@ -1101,24 +1156,15 @@ impl pb::case_service_server::CaseService for CaseApi {
         request: Request<pb::ListCommentsRequest>,
     ) -> Result<Response<pb::ListCommentsResponse>, Status> {
         caller_of(&request, Permission::Read)?;
-        let req = request.get_ref();
-        let mut check = Check::default();
-        let case_ref = check.case_ref("case_id", &req.case_id);
-        let page_size = check.page_size(req.page_size, DETAIL_PAGE_SIZE);
-        let scope = format!("comments:{}", req.case_id.trim());
-        let after = self.decode_token(&mut check, &scope, &req.page_token);
-        check.finish()?;
+        let query = self.detail_query("comments", request.get_ref())?;
         let page = self
             .store
-            .list_comments(&case_ref, page_size, after)
+            .list_comments(&query.case_ref, query.page_size, query.after)
             .await
             .map_err(store_error)?;
         Ok(Response::new(pb::ListCommentsResponse {
             comments: page.items.iter().map(comment_to_wire).collect(),
-            next_page_token: page
-                .next
-                .map(|c| self.tokens.encode(&scope, &c))
-                .unwrap_or_default(),
+            next_page_token: self.next_detail_token(&query, page.next),
         }))
     }
 
@@ -1127,24 +1173,15 @@ impl pb::case_service_server::CaseService for CaseApi {
         request: Request<pb::ListEvidenceEventsRequest>,
     ) -> Result<Response<pb::ListEvidenceEventsResponse>, Status> {
         caller_of(&request, Permission::Read)?;
-        let req = request.get_ref();
-        let mut check = Check::default();
-        let case_ref = check.case_ref("case_id", &req.case_id);
-        let page_size = check.page_size(req.page_size, DETAIL_PAGE_SIZE);
-        let scope = format!("events:{}", req.case_id.trim());
-        let after = self.decode_token(&mut check, &scope, &req.page_token);
-        check.finish()?;
+        let query = self.detail_query("events", request.get_ref())?;
         let page = self
             .store
-            .list_events(&case_ref, page_size, after)
+            .list_events(&query.case_ref, query.page_size, query.after)
             .await
             .map_err(store_error)?;
         Ok(Response::new(pb::ListEvidenceEventsResponse {
             events: page.items.iter().map(event_to_wire).collect(),
-            next_page_token: page
-                .next
-                .map(|c| self.tokens.encode(&scope, &c))
-                .unwrap_or_default(),
+            next_page_token: self.next_detail_token(&query, page.next),
         }))
     }
 
