@@ -1095,7 +1095,8 @@ impl CaseStore {
         for (index, chunk) in chunks.into_iter().enumerate() {
             let chunk_outcomes = retrying!(async {
                 let mut tx = self.db.begin().await?;
-                if index == 0
+                // A concurrent retry of the same request may finish first: its outcomes win.
+                if (index == 0 || index == last)
                     && let Some(previous) =
                         Self::recall::<Vec<BulkOutcome>>(&mut tx, key, operation).await?
                 {
