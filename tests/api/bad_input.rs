@@ -314,3 +314,55 @@ async fn control_characters_and_bad_urls_are_refused() {
         .unwrap_err();
     assert_eq!(violated_fields(&no_finding), ["finding"]);
 }
+
+#[tokio::test]
+async fn a_malformed_etag_is_invalid_not_a_conflict() {
+    let aegis = TestAegis::start().await;
+    let mut analyst = aegis.cases_as("ana", ANALYST).await;
+    let case = create_case(&mut analyst, "Etag", pb::Severity::Low).await;
+
+    let garbage = analyst
+        .transition_case(pb::TransitionCaseRequest {
+            case_id: case.id.clone(),
+            etag: "garbage".into(),
+            status: pb::CaseStatus::Closed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+
+    assert_eq!(violated_fields(&garbage), ["etag"]);
+    assert_eq!(
+        get_case(&mut analyst, &case.id).await.status,
+        pb::CaseStatus::Open as i32
+    );
+}
+
+#[tokio::test]
+async fn detection_times_outside_reason_are_refused() {
+    let aegis = TestAegis::start().await;
+    let mut analyst = aegis.cases_as("ana", ANALYST).await;
+    let at = |seconds: i64| pb::CreateFindingRequest {
+        finding: Some(pb::Finding {
+            title: "Key".into(),
+            rule: "key".into(),
+            severity: pb::Severity::Low as i32,
+            content_id: "1".into(),
+            detect_time: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let ancient = analyst
+        .create_finding(at(-2_208_988_800))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&ancient), ["finding.detect_time"]);
+    let future = analyst
+        .create_finding(at(253_402_214_400))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&future), ["finding.detect_time"]);
+    analyst.create_finding(at(1_767_225_600)).await.unwrap();
+}

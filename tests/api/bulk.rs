@@ -224,3 +224,27 @@ async fn bulk_close_by_filter_closes_what_the_list_shows() {
         .unwrap_err();
     assert_eq!(violated_fields(&both), ["selection"]);
 }
+
+#[tokio::test]
+async fn an_empty_filter_never_selects_every_case() {
+    let aegis = TestAegis::start().await;
+    let mut analyst = aegis.cases_as("ana", ANALYST).await;
+    let case = create_case(&mut analyst, "Keep me open", pb::Severity::Low).await;
+
+    let everything = analyst
+        .bulk_close_cases(pb::BulkCloseCasesRequest {
+            selection: Some(pb::BulkSelection {
+                case_ids: Vec::new(),
+                filter: Some(pb::CaseFilter::default()),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+
+    assert_eq!(violated_fields(&everything), ["selection.filter"]);
+    assert_eq!(
+        get_case(&mut analyst, &case.id).await.status,
+        pb::CaseStatus::Open as i32
+    );
+}

@@ -32,6 +32,8 @@ async fn a_created_case_is_open_numbered_and_readable_by_number() {
     assert_eq!(by_number.id, second.id);
     let by_id = get_case(&mut analyst, &first.id).await;
     assert_eq!(by_id, first);
+    let upper_case_id = get_case(&mut analyst, &first.id.to_uppercase()).await;
+    assert_eq!(upper_case_id.id, first.id);
 }
 
 #[tokio::test]

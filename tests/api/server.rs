@@ -56,6 +56,52 @@ async fn grpc_web_clients_reach_the_service_over_http1() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_the_rpcs_message_is_invalid_argument() {
+    let aegis = TestAegis::start().await;
+    let token = aegis.token("web", &[Role::Viewer]);
+    // A varint where GetCaseRequest.case_id (a string) belongs, invalid UTF-8, and a frame
+    // whose length runs past the body.
+    let bodies: [&[u8]; 3] = [
+        &[0, 0, 0, 0, 2, 0x08, 0x05],
+        &[0, 0, 0, 0, 4, 0x0a, 0x02, 0xff, 0xfe],
+        &[0, 0, 0, 0, 9, 0x0a, 0x01],
+    ];
+
+    for body in bodies {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "http://{}/aegis.cases.v1.CaseService/GetCase",
+                aegis.addr()
+            ))
+            .header("content-type", "application/grpc-web+proto")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let trailers = String::from_utf8_lossy(&bytes).to_lowercase();
+        let status = headers
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .or_else(|| {
+                trailers.split("grpc-status:").nth(1).map(|rest| {
+                    rest.trim_start()
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect()
+                })
+            });
+        assert_eq!(
+            status.as_deref(),
+            Some("3"),
+            "{body:?}: {headers:?} {trailers}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn cors_preflight_allows_grpc_web_headers() {
     let aegis = TestAegis::start().await;
 

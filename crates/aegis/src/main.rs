@@ -105,6 +105,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             common,
             cases,
         } => {
+            anyhow::ensure!(
+                common.database_url.is_some(),
+                "set {} (postgres://... in production, or sqlite://PATH)",
+                env::DATABASE_URL
+            );
             let platform = common.resolve(KeyPolicy::RequireConfiguredKeys)?;
             telemetry::init(common.log_format, &common.log_filter)?;
             let settings = Settings::new(platform, cases.sla_policy()?);
@@ -138,10 +143,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                !user.trim().is_empty() && !user.chars().any(char::is_control),
+                "--user must name the user (the token's sub)"
+            );
             let secret = match secret {
                 Some(secret) => Secret::new(secret),
-                None => config::development_secret(&data_dir, config::DEV_USER_SECRET_FILE)?,
+                None => existing_development_secret(&data_dir)?,
             };
+            anyhow::ensure!(
+                secret.expose().len() >= 32,
+                "the HS256 secret must be at least 32 bytes, as the servers require"
+            );
             let user = User {
                 name: name.unwrap_or_else(|| user.clone()),
                 id: user,
@@ -183,6 +196,20 @@ async fn serve(
         print_banner(common, addr, &database);
     }
     aegis::run(server, shutdown_signal()).await
+}
+
+/// The secret `aegis up` created under `data_dir`. Minting with a fresh one would give a token
+/// no server accepts, so a missing secret is an error.
+fn existing_development_secret(data_dir: &Path) -> anyhow::Result<Secret> {
+    let path = data_dir.join(config::DEV_USER_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Secret::new(text.trim())),
+        Err(_) => anyhow::bail!(
+            "no development secret in {}: start `aegis up --data-dir {}` first, or pass --secret",
+            data_dir.display(),
+            data_dir.display()
+        ),
+    }
 }
 
 /// Tells a person at a terminal where Aegis listens and how to call it.

@@ -14,9 +14,20 @@ fn aegis() -> Command {
     command
 }
 
+/// A data folder holding a development secret, as `aegis up` leaves it.
+fn data_dir_with_secret() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("dev-user-token.secret"),
+        "0123456789abcdef0123456789abcdef",
+    )
+    .unwrap();
+    data
+}
+
 #[test]
 fn token_mints_a_jwt_with_the_given_roles() {
-    let data = tempfile::tempdir().unwrap();
+    let data = data_dir_with_secret();
 
     let output = aegis()
         .args([
@@ -42,12 +53,34 @@ fn token_mints_a_jwt_with_the_given_roles() {
     let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["roles"], serde_json::json!(["analyst", "approver"]));
-    assert!(data.path().join("dev-user-token.secret").exists());
+}
+
+#[test]
+fn token_refuses_to_invent_a_secret_no_server_knows() {
+    let empty = tempfile::tempdir().unwrap();
+
+    let output = aegis()
+        .args([
+            "token",
+            "--user",
+            "alice",
+            "--role",
+            "analyst",
+            "--data-dir",
+        ])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("no development secret"), "{stderr}");
+    assert!(!empty.path().join("dev-user-token.secret").exists());
 }
 
 #[test]
 fn an_unknown_role_is_refused_in_one_line() {
-    let data = tempfile::tempdir().unwrap();
+    let data = data_dir_with_secret();
 
     let output = aegis()
         .args([
@@ -75,6 +108,8 @@ fn serve_refuses_to_start_without_configured_keys() {
     let output = aegis()
         .args(["serve", "cases", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
+        .arg("--database-url")
+        .arg(format!("sqlite://{}/aegis.db", data.path().display()))
         .output()
         .unwrap();
 

@@ -241,6 +241,34 @@ pub struct UserClaims {
     pub iat: Option<u64>,
 }
 
+/// What a verified user token tells about its holder. `iss`, `aud` (a string or a list),
+/// `exp` and `nbf` are checked by the verifier itself and not read here.
+#[derive(Debug, Deserialize)]
+struct IdentityClaims {
+    sub: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Longest user id, name or email a token may carry.
+pub const CLAIM_MAX_CHARS: usize = 255;
+
+/// A claim stored with what the user does: at most 255 characters, no control characters.
+fn checked_claim(name: &str, value: &str, min: usize) -> Result<String, String> {
+    let count = value.chars().count();
+    if count < min || count > CLAIM_MAX_CHARS || value.chars().any(char::is_control) {
+        return Err(format!(
+            "the token's {name} claim must be {min} to {CLAIM_MAX_CHARS} characters without \
+             control characters"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ServiceClaims {
     sub: String,
@@ -348,19 +376,19 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECS;
-        let data = jsonwebtoken::decode::<UserClaims>(token, &key, &validation)
+        let data = jsonwebtoken::decode::<IdentityClaims>(token, &key, &validation)
             .map_err(|err| describe_jwt_error(&err))?;
         let claims = data.claims;
-        if claims.sub.trim().is_empty() {
-            return Err("the token has an empty sub".to_owned());
-        }
+        let sub = checked_claim("sub", &claims.sub, 1)?;
+        let name = checked_claim("name", claims.name.as_deref().unwrap_or_default(), 0)?;
+        let email = checked_claim("email", claims.email.as_deref().unwrap_or_default(), 0)?;
         let mut roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
         roles.sort();
         roles.dedup();
         Ok(Caller::User(User {
-            name: claims.name.unwrap_or_else(|| claims.sub.clone()),
-            email: claims.email.unwrap_or_default(),
-            id: claims.sub,
+            name: if name.is_empty() { sub.clone() } else { name },
+            email,
+            id: sub,
             roles,
         }))
     }
@@ -847,6 +875,53 @@ mod tests {
             auth.verify(&idp_token(Algorithm::ES256, "ec-1", &ec)),
             Ok(pat())
         );
+    }
+
+    fn hs256_token(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(b"user-secret-user-secret-user-secret").expect("key");
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign")
+    }
+
+    #[tokio::test]
+    async fn an_audience_list_is_accepted_when_it_names_aegis() {
+        let auth = Authenticator::from_config(&config()).await.expect("auth");
+        let exp = now_secs() + 600;
+        let token = |aud: serde_json::Value| {
+            hs256_token(serde_json::json!({
+                "sub": "u-1", "iss": "aegis-dev", "aud": aud, "exp": exp, "roles": ["viewer"],
+            }))
+        };
+
+        assert!(
+            auth.verify(&token(serde_json::json!(["other", "aegis"])))
+                .is_ok()
+        );
+        assert!(auth.verify(&token(serde_json::json!(["other"]))).is_err());
+    }
+
+    #[tokio::test]
+    async fn claims_with_control_characters_or_overlong_ids_are_refused() {
+        let auth = Authenticator::from_config(&config()).await.expect("auth");
+        let exp = now_secs() + 600;
+        let token = |sub: &str, name: &str| {
+            hs256_token(serde_json::json!({
+                "sub": sub, "name": name, "iss": "aegis-dev", "aud": "aegis", "exp": exp,
+            }))
+        };
+
+        assert!(
+            auth.verify(&token("a\u{0}b", "A"))
+                .expect_err("nul")
+                .contains("sub")
+        );
+        assert!(auth.verify(&token(&"x".repeat(256), "A")).is_err());
+        assert!(
+            auth.verify(&token("u-1", "Evil\u{1b}[31m"))
+                .expect_err("esc")
+                .contains("name")
+        );
+        assert!(auth.verify(&token("", "A")).is_err());
+        assert!(auth.verify(&token("u-1", "")).is_ok());
     }
 
     #[test]

@@ -162,6 +162,9 @@ impl BoundServer {
             .layer(trace)
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(tower::util::MapResponseLayer::new(
+                undecodable_request_is_invalid_argument,
+            ))
             .layer(AuthLayer::new(self.authenticator));
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -206,6 +209,69 @@ impl BoundServer {
             }
         }
     }
+}
+
+/// What tonic answers, as `INTERNAL`, when a request body is not a message of the RPC.
+const UNDECODABLE_REQUEST: &[&str] = &[
+    "failed to decode Protobuf message",
+    "Missing request message",
+    "Unexpected EOF decoding stream",
+    "protocol error: received message",
+];
+
+/// A request the framework cannot decode is the caller's mistake, not a bug: tonic reports it
+/// as `INTERNAL`, which would page an operator and tell the client nothing useful, so it is
+/// answered as `INVALID_ARGUMENT`. Handlers never produce these messages themselves.
+fn undecodable_request_is_invalid_argument<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|code| code == "13") {
+        let message = headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(percent_decode)
+            .unwrap_or_default();
+        if UNDECODABLE_REQUEST
+            .iter()
+            .any(|prefix| message.starts_with(prefix))
+        {
+            headers.insert("grpc-status", HeaderValue::from_static("3"));
+            headers.insert(
+                "grpc-message",
+                HeaderValue::from_static(
+                    "the request body is not a valid protobuf message of this RPC",
+                ),
+            );
+            headers.remove("grpc-status-details-bin");
+        }
+    }
+    response
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (
+            bytes[index],
+            hex.and_then(|h| u8::from_str_radix(h, 16).ok()),
+        ) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reflection knows every contract, so `grpcurl describe` documents all five, but lists only

@@ -66,6 +66,10 @@ pub fn classify(error: &sqlx::Error) -> DbErrorClass {
             match code.as_ref() {
                 // PostgreSQL serialization failure and deadlock; SQLite busy and locked.
                 "40001" | "40P01" | "5" | "6" | "517" | "261" => DbErrorClass::Conflict,
+                // PostgreSQL: the database is gone or shutting down, too many connections,
+                // or the connection broke.
+                "3D000" | "57P01" | "57P02" | "57P03" | "53300" => DbErrorClass::Unavailable,
+                code if code.starts_with("08") => DbErrorClass::Unavailable,
                 _ => DbErrorClass::Other,
             }
         }

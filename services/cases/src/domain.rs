@@ -363,7 +363,8 @@ impl CaseRef {
             .map(str::parse::<i64>)
         {
             Some(Ok(number)) if number > 0 => CaseRef::Number(number),
-            _ => CaseRef::Id(text.to_owned()),
+            // Ids are lower-case UUIDs; a client that upper-cased one means the same case.
+            _ => CaseRef::Id(text.to_ascii_lowercase()),
         }
     }
 }
@@ -776,8 +777,9 @@ mod tests {
     fn case_refs_accept_numbers_and_ids() {
         assert_eq!(CaseRef::parse("CASE-17"), CaseRef::Number(17));
         assert_eq!(CaseRef::parse(" case-3 "), CaseRef::Number(3));
-        assert_eq!(CaseRef::parse("CASE-x"), CaseRef::Id("CASE-x".into()));
+        assert_eq!(CaseRef::parse("CASE-x"), CaseRef::Id("case-x".into()));
         assert_eq!(CaseRef::parse("0190"), CaseRef::Id("0190".into()));
+        assert_eq!(CaseRef::parse("01A2-BC"), CaseRef::Id("01a2-bc".into()));
     }
 
     fn chain(n: i64) -> Vec<EvidenceEvent> {

@@ -11,7 +11,7 @@ use aegis_platform::{
     pagination::{self, PageTokens, fingerprint},
 };
 use aegis_proto::aegis::cases::v1 as pb;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
@@ -337,7 +337,10 @@ impl Check {
         if value.trim().is_empty() {
             self.add(field, "must be set");
         } else if value.chars().count() > 64 || value.chars().any(char::is_control) {
-            self.add(field, "must be an id of at most 64 characters");
+            self.add(
+                field,
+                "must be an id: at most 64 characters, no control characters",
+            );
         }
         value.trim().to_owned()
     }
@@ -412,6 +415,23 @@ impl Check {
                 None
             }
         }
+    }
+
+    fn etag<'a>(&mut self, value: &'a str) -> Option<&'a str> {
+        if value.is_empty() {
+            return None;
+        }
+        let well_formed = value
+            .strip_prefix("\"v")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+        if !well_formed {
+            self.add(
+                "etag",
+                "must be the etag of a case as returned by the server, or empty",
+            );
+        }
+        Some(value)
     }
 
     fn user_id(&mut self, field: &str, value: &str) -> Option<String> {
@@ -647,7 +667,14 @@ impl CaseApi {
             ),
             (true, Some(filter)) => {
                 let filter = parse_filter(&mut check, Some(filter), caller);
-                if check.violations.is_empty() {
+                if filter == CaseFilter::default() {
+                    // An empty filter would act on every case; that must be asked for in so
+                    // many words (for example by listing the statuses).
+                    check.add(
+                        "selection.filter",
+                        "must set at least one condition; to act on every case, list the statuses",
+                    );
+                } else if check.violations.is_empty() {
                     matched = self
                         .store
                         .case_ids_matching(&filter, limits::BULK_MAX)
@@ -779,6 +806,7 @@ impl pb::case_service_server::CaseService for CaseApi {
         let severity = check.severity("severity", req.severity);
         let assignee_id = match req.assignee_id.trim() {
             "me" => Some(caller.id()),
+            "nobody" => None,
             other => check.user_id("assignee_id", other),
         };
         if req.finding_ids.len() > limits::FINDINGS_AT_CREATE_MAX {
@@ -841,6 +869,7 @@ impl pb::case_service_server::CaseService for CaseApi {
         let mut check = Check::default();
         let key = check.idempotency(&caller, req, &req.request_id, |r| r.request_id.clear());
         let case_ref = check.case_ref("case_id", &req.case_id);
+        let etag = check.etag(&req.etag);
         let changes = CaseChanges {
             title: req
                 .title
@@ -858,7 +887,7 @@ impl pb::case_service_server::CaseService for CaseApi {
             .update_case(
                 &caller_actor(&caller),
                 &case_ref,
-                Some(req.etag.as_str()),
+                etag,
                 &changes,
                 key.as_ref(),
             )
@@ -909,6 +938,7 @@ impl pb::case_service_server::CaseService for CaseApi {
         let mut check = Check::default();
         let key = check.idempotency(&caller, req, &req.request_id, |r| r.request_id.clear());
         let case_ref = check.case_ref("case_id", &req.case_id);
+        let etag = check.etag(&req.etag);
         let target = check.status("status", req.status);
         let note = check.text("note", &req.note, 0, limits::NOTE_MAX);
         check.finish()?;
@@ -918,7 +948,7 @@ impl pb::case_service_server::CaseService for CaseApi {
             .transition_case(
                 &caller_actor(&caller),
                 &case_ref,
-                Some(req.etag.as_str()),
+                etag,
                 target,
                 &note,
                 key.as_ref(),
@@ -939,8 +969,10 @@ impl pb::case_service_server::CaseService for CaseApi {
         let mut check = Check::default();
         let key = check.idempotency(&caller, req, &req.request_id, |r| r.request_id.clear());
         let case_ref = check.case_ref("case_id", &req.case_id);
+        let etag = check.etag(&req.etag);
         let assignee = match req.assignee_id.trim() {
             "me" => Some(caller.id()),
+            "nobody" => None,
             other => check.user_id("assignee_id", other),
         };
         check.finish()?;
@@ -949,7 +981,7 @@ impl pb::case_service_server::CaseService for CaseApi {
             .assign_case(
                 &caller_actor(&caller),
                 &case_ref,
-                Some(req.etag.as_str()),
+                etag,
                 assignee.as_deref(),
                 key.as_ref(),
             )
@@ -1038,8 +1070,15 @@ impl pb::case_service_server::CaseService for CaseApi {
         if !input.page_url.is_empty() && !is_https_url(&input.page_url) {
             check.add("finding.page_url", "must be an absolute https:// URL");
         }
-        if finding.detect_time.is_some() && input.detected_at.is_none() {
-            check.add("finding.detect_time", "must be a valid timestamp");
+        match (&finding.detect_time, input.detected_at) {
+            (Some(_), None) => check.add("finding.detect_time", "must be a valid timestamp"),
+            (_, Some(at)) if at.year() < 2000 || at > self.now() + chrono::Duration::days(1) => {
+                check.add(
+                    "finding.detect_time",
+                    "must be after 2000 and not in the future",
+                );
+            }
+            _ => {}
         }
         check.finish()?;
         let stored = self
