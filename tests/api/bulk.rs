@@ -248,3 +248,25 @@ async fn an_empty_filter_never_selects_every_case() {
         pb::CaseStatus::Open as i32
     );
 }
+
+#[tokio::test]
+async fn a_case_named_by_id_and_by_number_moves_once() {
+    let aegis = TestAegis::start().await;
+    let mut analyst = aegis.cases_as("ana", ANALYST).await;
+    let case = create_case(&mut analyst, "Twice named", pb::Severity::Low).await;
+
+    let outcomes = analyst
+        .bulk_close_cases(pb::BulkCloseCasesRequest {
+            selection: selection(&[&case.id, &case.number]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcomes;
+
+    assert_eq!(outcomes[0].result, Outcome::Done as i32);
+    assert_eq!(outcomes[1].result, Outcome::AlreadyInStatus as i32);
+    assert_eq!(event_types(&mut analyst, &case.id).await, ["case_created", "status_changed"]);
+    assert!(verify(&mut analyst, &case.id).await.valid);
+}

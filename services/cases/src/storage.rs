@@ -9,7 +9,7 @@
 //!
 //! The SQL runs unchanged on SQLite and PostgreSQL; see [`aegis_platform::storage`].
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aegis_platform::{
     clock::SharedClock,
@@ -686,6 +686,26 @@ impl CaseStore {
         payload: Value,
         now: DateTime<Utc>,
     ) -> Result<EvidenceEvent> {
+        let event = Self::insert_event(tx, locked, kind, actor, payload, now).await?;
+        sqlx::query("UPDATE cases SET evidence_seq = $2, evidence_head = $3 WHERE id = $1")
+            .bind(&locked.case.id)
+            .bind(locked.evidence_seq)
+            .bind(&locked.evidence_head)
+            .execute(&mut **tx)
+            .await?;
+        Ok(event)
+    }
+
+    /// Inserts the next event of a locked case's chain and advances the head in memory only:
+    /// the caller writes the row with [`Self::save_case`] in the same transaction.
+    async fn insert_event(
+        tx: &mut Tx,
+        locked: &mut LockedCase,
+        kind: &str,
+        actor: &Actor,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> Result<EvidenceEvent> {
         let id = uuid::Uuid::now_v7().to_string();
         let seq = locked.evidence_seq + 1;
         let payload = serde_json::to_string(&payload)?;
@@ -718,12 +738,6 @@ impl CaseStore {
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE cases SET evidence_seq = $2, evidence_head = $3 WHERE id = $1")
-            .bind(&locked.case.id)
-            .bind(seq)
-            .bind(&hash)
-            .execute(&mut **tx)
-            .await?;
         let event = EvidenceEvent {
             id,
             case_id: locked.case.id.clone(),
@@ -753,8 +767,58 @@ impl CaseStore {
         }
     }
 
+    /// Locks every case of a bulk chunk with one statement; returns them by id, with a map from
+    /// numbers to ids.
+    async fn lock_cases(
+        tx: &mut Tx,
+        refs: &[CaseRef],
+    ) -> Result<(HashMap<String, LockedCase>, HashMap<i64, String>)> {
+        let ids: Vec<Param> = refs
+            .iter()
+            .filter_map(|r| match r {
+                CaseRef::Id(id) => Some(Param::Text(id.clone())),
+                CaseRef::Number(_) => None,
+            })
+            .collect();
+        let numbers: Vec<Param> = refs
+            .iter()
+            .filter_map(|r| match r {
+                CaseRef::Number(number) => Some(Param::Int(*number)),
+                CaseRef::Id(_) => None,
+            })
+            .collect();
+        let mut sql = Sql::default();
+        sql.push("UPDATE cases SET version = version WHERE ");
+        match (ids.is_empty(), numbers.is_empty()) {
+            (true, true) => return Ok((HashMap::new(), HashMap::new())),
+            (false, true) => sql.push("id IN ").bind_list(ids),
+            (true, false) => sql.push("number IN ").bind_list(numbers),
+            (false, false) => sql
+                .push("id IN ")
+                .bind_list(ids)
+                .push(" OR number IN ")
+                .bind_list(numbers),
+        };
+        sql.push(&format!(" RETURNING {CASE_COLUMNS}"));
+        let rows = sql.query().fetch_all(&mut **tx).await?;
+        let mut by_id = HashMap::with_capacity(rows.len());
+        let mut by_number = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let locked = case_from_row(row)?;
+            by_number.insert(locked.case.number, locked.case.id.clone());
+            by_id.insert(locked.case.id.clone(), locked);
+        }
+        Ok((by_id, by_number))
+    }
+
     /// Writes the case's fields back, with a new etag when `etag` says so.
-    async fn save_case(tx: &mut Tx, case: &mut Case, now: DateTime<Utc>, etag: Etag) -> Result<()> {
+    async fn save_case(
+        tx: &mut Tx,
+        locked: &mut LockedCase,
+        now: DateTime<Utc>,
+        etag: Etag,
+    ) -> Result<()> {
+        let case = &mut locked.case;
         if etag == Etag::Bump {
             case.version += 1;
         }
@@ -767,7 +831,7 @@ impl CaseStore {
              exception_count = $14, pending_exception_id = $15, active_exception_id = $16, \
              jira_linked = $17, jira_issue_id = $18, jira_issue_key = $19, jira_browse_url = $20, \
              jira_status_name = $21, jira_status_category = $22, jira_status_fetched_at = $23, \
-             version = $24 WHERE id = $1",
+             version = $24, evidence_seq = $25, evidence_head = $26 WHERE id = $1",
         )
         .bind(&case.id)
         .bind(&case.title)
@@ -793,6 +857,8 @@ impl CaseStore {
         .bind(jira.map(|j| j.status_category.as_str()))
         .bind(jira.and_then(|j| j.status_fetched_at).map(to_micros))
         .bind(case.version)
+        .bind(locked.evidence_seq)
+        .bind(&locked.evidence_head)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -896,7 +962,7 @@ impl CaseStore {
                 Self::link_locked(&mut tx, &mut locked, finding_id, actor, now).await?;
             }
             if !input.finding_ids.is_empty() {
-                Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+                Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
             }
             Self::remember(&mut tx, key, "create_case", &locked.case, now).await?;
             tx.commit().await?;
@@ -955,7 +1021,7 @@ impl CaseStore {
                 case.sla_at_risk_at = at_risk;
             }
             if !diff.is_empty() {
-                Self::save_case(&mut tx, &mut locked.case, now, Etag::Bump).await?;
+                Self::save_case(&mut tx, &mut locked, now, Etag::Bump).await?;
                 let payload = json!({ "changes": diff });
                 Self::append_event(
                     &mut tx,
@@ -1034,8 +1100,10 @@ impl CaseStore {
             }
         }
         case.status = target;
-        Self::save_case(tx, &mut locked.case, now, Etag::Bump).await?;
-        Self::append_event(tx, locked, event_type::STATUS_CHANGED, actor, payload, now).await
+        let event =
+            Self::insert_event(tx, locked, event_type::STATUS_CHANGED, actor, payload, now).await?;
+        Self::save_case(tx, locked, now, Etag::Bump).await?;
+        Ok(event)
     }
 
     /// Assigns a case to a user or nobody; writes `assignee_changed` when it changes.
@@ -1058,7 +1126,7 @@ impl CaseStore {
             if locked.case.assignee_id.as_deref() != assignee {
                 let payload = json!({"from": locked.case.assignee_id, "to": assignee});
                 locked.case.assignee_id = assignee.map(str::to_owned);
-                Self::save_case(&mut tx, &mut locked.case, now, Etag::Bump).await?;
+                Self::save_case(&mut tx, &mut locked, now, Etag::Bump).await?;
                 Self::append_event(
                     &mut tx,
                     &mut locked,
@@ -1103,51 +1171,46 @@ impl CaseStore {
                     return Ok(Err(previous));
                 }
                 let now = self.now();
+                let parsed: Vec<CaseRef> = chunk.iter().map(|r| CaseRef::parse(r)).collect();
+                let (mut cases, numbers) = Self::lock_cases(&mut tx, &parsed).await?;
                 let mut results = Vec::with_capacity(chunk.len());
-                for case_ref in chunk {
-                    let parsed = CaseRef::parse(case_ref);
-                    let outcome = match Self::lock_case(&mut tx, &parsed).await {
-                        Err(CaseError::NotFound { .. }) => BulkOutcome {
+                for (case_ref, parsed) in chunk.iter().zip(&parsed) {
+                    let id = match parsed {
+                        CaseRef::Id(id) => Some(id),
+                        CaseRef::Number(number) => numbers.get(number),
+                    };
+                    let Some(locked) = id.and_then(|id| cases.get_mut(id)) else {
+                        results.push(BulkOutcome {
                             case_ref: case_ref.clone(),
                             result: BulkResult::NotFound,
                             status: None,
                             message: format!("no case {case_ref}"),
-                        },
-                        Err(other) => return Err(other),
-                        Ok(mut locked) => {
-                            let from = locked.case.status;
-                            if from == status {
-                                BulkOutcome {
-                                    case_ref: case_ref.clone(),
-                                    result: BulkResult::AlreadyInStatus,
-                                    status: Some(from),
-                                    message: format!("already {from}"),
-                                }
-                            } else if !from.manual_targets().contains(&status) {
-                                BulkOutcome {
-                                    case_ref: case_ref.clone(),
-                                    result: BulkResult::NotAllowed,
-                                    status: Some(from),
-                                    message: format!("a case cannot move from {from} to {status}"),
-                                }
-                            } else {
-                                Self::apply_transition(
-                                    &mut tx,
-                                    &mut locked,
-                                    status,
-                                    actor,
-                                    note,
-                                    true,
-                                    now,
-                                )
-                                .await?;
-                                BulkOutcome {
-                                    case_ref: case_ref.clone(),
-                                    result: BulkResult::Done,
-                                    status: Some(status),
-                                    message: String::new(),
-                                }
-                            }
+                        });
+                        continue;
+                    };
+                    let from = locked.case.status;
+                    let outcome = if from == status {
+                        BulkOutcome {
+                            case_ref: case_ref.clone(),
+                            result: BulkResult::AlreadyInStatus,
+                            status: Some(from),
+                            message: format!("already {from}"),
+                        }
+                    } else if !from.manual_targets().contains(&status) {
+                        BulkOutcome {
+                            case_ref: case_ref.clone(),
+                            result: BulkResult::NotAllowed,
+                            status: Some(from),
+                            message: format!("a case cannot move from {from} to {status}"),
+                        }
+                    } else {
+                        Self::apply_transition(&mut tx, locked, status, actor, note, true, now)
+                            .await?;
+                        BulkOutcome {
+                            case_ref: case_ref.clone(),
+                            result: BulkResult::Done,
+                            status: Some(status),
+                            message: String::new(),
                         }
                     };
                     results.push(outcome);
@@ -1237,7 +1300,7 @@ impl CaseStore {
                 let mut locked = Self::lock_case(&mut tx, case_ref).await?;
                 if !Self::is_linked(&mut tx, &locked.case.id, &finding.id).await? {
                     Self::link_locked(&mut tx, &mut locked, &finding.id, actor, now).await?;
-                    Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+                    Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
                 }
             }
             Self::remember(&mut tx, key, "create_finding", &finding, now).await?;
@@ -1323,7 +1386,7 @@ impl CaseStore {
             let now = self.now();
             let mut locked = Self::lock_case(&mut tx, case_ref).await?;
             Self::link_locked(&mut tx, &mut locked, finding_id, actor, now).await?;
-            Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+            Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
             Self::remember(&mut tx, key, "link_finding", &locked.case, now).await?;
             tx.commit().await?;
             Ok(locked.case)
@@ -1358,7 +1421,7 @@ impl CaseStore {
                 });
             }
             locked.case.finding_count -= 1;
-            Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+            Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
             let payload = json!({"finding_id": finding_id});
             Self::append_event(
                 &mut tx,
@@ -1412,7 +1475,7 @@ impl CaseStore {
             .execute(&mut *tx)
             .await?;
             locked.case.comment_count += 1;
-            Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+            Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
             let payload = json!({"comment_id": comment.id, "body": comment.body});
             Self::append_event(
                 &mut tx,
@@ -1514,7 +1577,7 @@ impl CaseStore {
                 }
             };
             payload["status_after"] = json!(case.status.as_str());
-            Self::save_case(&mut tx, &mut locked.case, now, Etag::Bump).await?;
+            Self::save_case(&mut tx, &mut locked, now, Etag::Bump).await?;
             let event = Self::append_event(&mut tx, &mut locked, kind, actor, payload, now).await?;
             let result = (locked.case, event);
             Self::remember(&mut tx, Some(key), "apply_exception", &result, now).await?;
@@ -1549,7 +1612,7 @@ impl CaseStore {
                 }
                 None => {
                     locked.case.jira = Some(link.clone());
-                    Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+                    Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
                     let payload = json!({
                         "issue_id": link.issue_id,
                         "issue_key": link.issue_key,
@@ -1623,7 +1686,7 @@ impl CaseStore {
             };
             locked.case.jira = Some(next.clone());
             if changed {
-                Self::save_case(&mut tx, &mut locked.case, now, Etag::Keep).await?;
+                Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
                 let payload = json!({
                     "issue_id": next.issue_id,
                     "before": {"issue_key": current.issue_key, "status_name": current.status_name,
