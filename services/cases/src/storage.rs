@@ -9,13 +9,13 @@
 //!
 //! The SQL runs unchanged on SQLite and PostgreSQL; see [`aegis_platform::storage`].
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use aegis_platform::{
     clock::SharedClock,
     error::Violation,
     pagination::PageTokenError,
-    storage::{Backend, Database, DbErrorClass, classify, from_micros, to_micros},
+    storage::{Database, DbErrorClass, classify, from_micros, to_micros},
 };
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
@@ -382,11 +382,6 @@ impl CaseStore {
     /// A store over `db` with the given SLA targets and clock.
     pub fn new(db: Database, sla: SlaPolicy, clock: SharedClock) -> Self {
         Self { db, sla, clock }
-    }
-
-    /// The database.
-    pub fn database(&self) -> &Database {
-        &self.db
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -2036,11 +2031,3 @@ fn event_from_row(row: &AnyRow) -> Result<EvidenceEvent> {
 pub fn page_token_violation(error: &PageTokenError) -> Violation {
     Violation::new("page_token", error.to_string())
 }
-
-/// Which backend a store runs on, for tests that need to alter rows directly.
-pub fn backend_of(store: &CaseStore) -> Backend {
-    store.db.backend()
-}
-
-/// Keeps the store shareable across handler tasks.
-pub type SharedStore = Arc<CaseStore>;
