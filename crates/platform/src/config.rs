@@ -1,6 +1,6 @@
 //! Typed configuration, read once at start from flags and environment variables.
 //!
-//! Every environment variable has its name as a constant in [`env`] and a row in the README's
+//! Every environment variable has its name as a constant in [`mod@env`] and a row in the README's
 //! configuration table. Values that are secrets are wrapped in [`Secret`], which never prints.
 //! Tests build these structs directly instead of touching the process environment.
 
