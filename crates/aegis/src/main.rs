@@ -234,7 +234,8 @@ fn print_banner(common: &CommonArgs, addr: std::net::SocketAddr, database: &str)
     );
     println!("Get a token:");
     println!(
-        "  export TOKEN=$({exe} token --data-dir {data_dir} --user alice --name Alice --role analyst)"
+        "  export TOKEN=$({exe} token --data-dir {data_dir} --user alice --name Alice \
+         --role analyst)"
     );
     println!("Then:");
     println!("  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} list");

@@ -354,7 +354,8 @@ impl Check {
             Ok(pb::Severity::Unspecified) => {
                 self.add(
                     field,
-                    "must be set: SEVERITY_LOW, SEVERITY_MEDIUM, SEVERITY_HIGH or SEVERITY_CRITICAL",
+                    "must be set: SEVERITY_LOW, SEVERITY_MEDIUM, SEVERITY_HIGH or \
+                     SEVERITY_CRITICAL",
                 );
                 None
             }
