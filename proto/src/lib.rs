@@ -5,7 +5,11 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 // The generated docs are the contracts' comments, written for grpcurl users, not for rustdoc.
-#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links
+)]
 
 /// Encoded `FileDescriptorSet` of every contract, with comments, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -267,6 +267,9 @@ async fn a_case_named_by_id_and_by_number_moves_once() {
 
     assert_eq!(outcomes[0].result, Outcome::Done as i32);
     assert_eq!(outcomes[1].result, Outcome::AlreadyInStatus as i32);
-    assert_eq!(event_types(&mut analyst, &case.id).await, ["case_created", "status_changed"]);
+    assert_eq!(
+        event_types(&mut analyst, &case.id).await,
+        ["case_created", "status_changed"]
+    );
     assert!(verify(&mut analyst, &case.id).await.valid);
 }

@@ -1,9 +1,9 @@
 //! Test harness: starts the real Aegis server on port 0 over a fresh database and hands out
 //! tokens and gRPC clients.
 //!
-//! The database is a new SQLite file per test, or, when `AEGIS_TEST_DATABASE_URL` names a
-//! PostgreSQL server, a new database on it per test (dropped afterwards), so the same tests run
-//! on both backends. Logs stay silent unless `AEGIS_TEST_LOG` holds a filter (`debug`).
+//! The database is a new SQLite file per test, or, when `AEGIS_TEST_DATABASE_URL` (or
+//! [`TestAegisBuilder::database`]) names a PostgreSQL server, a new database on it per test
+//! (dropped afterwards), so the same tests run on both backends. Logs stay silent unless `AEGIS_TEST_LOG` holds a filter (`debug`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -54,9 +54,17 @@ pub struct TestAegisBuilder {
     clock: Option<SharedClock>,
     sla: Option<SlaPolicy>,
     max_message_bytes: Option<usize>,
+    postgres_url: Option<String>,
 }
 
 impl TestAegisBuilder {
+    /// Creates the database on the PostgreSQL server at `url` (a `postgres://` URL whose
+    /// user may create databases) instead of reading `AEGIS_TEST_DATABASE_URL`.
+    pub fn database(mut self, url: impl Into<String>) -> Self {
+        self.postgres_url = Some(url.into());
+        self
+    }
+
     /// Uses `clock` instead of the system clock.
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -79,8 +87,11 @@ impl TestAegisBuilder {
     pub async fn start(self) -> TestAegis {
         init_logs();
         let dir = tempfile::tempdir().expect("temporary folder");
-        let (database_url, postgres) = match std::env::var(TEST_DATABASE_URL) {
-            Ok(url) if url.starts_with("postgres") => {
+        let requested = self
+            .postgres_url
+            .or_else(|| std::env::var(TEST_DATABASE_URL).ok());
+        let (database_url, postgres) = match requested {
+            Some(url) if url.starts_with("postgres") => {
                 let db = PostgresTestDatabase::create(&url).await;
                 (db.url.clone(), Some(db))
             }
@@ -192,11 +203,6 @@ impl TestAegis {
         ServiceTokenSource::new(service, &self.service_secret)
             .and_then(|source| source.token())
             .expect("service token")
-    }
-
-    /// A token signed with the user secret, with a role name given verbatim.
-    pub fn user_secret(&self) -> &Secret {
-        &self.user_secret
     }
 
     /// A plain channel to the server.
