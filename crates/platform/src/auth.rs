@@ -242,7 +242,8 @@ pub struct UserClaims {
 }
 
 /// What a verified user token tells about its holder. `iss`, `aud` (a string or a list),
-/// `exp` and `nbf` are checked by the verifier itself and not read here.
+/// `exp` and `nbf` are checked by the verifier itself; the roles are read from the configured
+/// claim path, so they are taken from the whole claim set.
 #[derive(Debug, Deserialize)]
 struct IdentityClaims {
     sub: String,
@@ -250,8 +251,28 @@ struct IdentityClaims {
     name: Option<String>,
     #[serde(default)]
     email: Option<String>,
-    #[serde(default)]
-    roles: Vec<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl IdentityClaims {
+    /// The role names at `path` (`roles`, `realm_access.roles`); none when absent.
+    fn roles(&self, path: &str) -> Vec<String> {
+        let mut parts = path.split('.');
+        let first = parts.next().unwrap_or_default();
+        let mut value = self.rest.get(first);
+        for part in parts {
+            value = value.and_then(|v| v.get(part));
+        }
+        match value {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect(),
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Longest user id, name or email a token may carry.
@@ -289,6 +310,7 @@ struct AuthenticatorInner {
     issuer: String,
     audience: String,
     user_hs256: Option<DecodingKey>,
+    roles_claim: String,
     jwks: RwLock<HashMap<String, (Algorithm, DecodingKey)>>,
     service: DecodingKey,
 }
@@ -320,6 +342,7 @@ impl Authenticator {
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
                 user_hs256,
+                roles_claim: config.roles_claim.clone(),
                 jwks: RwLock::new(jwks),
                 service: hs256_key(&config.service_secret)?,
             }),
@@ -382,7 +405,11 @@ impl Authenticator {
         let sub = checked_claim("sub", &claims.sub, 1)?;
         let name = checked_claim("name", claims.name.as_deref().unwrap_or_default(), 0)?;
         let email = checked_claim("email", claims.email.as_deref().unwrap_or_default(), 0)?;
-        let mut roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+        let mut roles: Vec<Role> = claims
+            .roles(&self.inner.roles_claim)
+            .iter()
+            .filter_map(|r| Role::parse(r))
+            .collect();
         roles.sort();
         roles.dedup();
         Ok(Caller::User(User {
@@ -650,6 +677,7 @@ mod tests {
             issuer: "aegis-dev".into(),
             audience: "aegis".into(),
             user_keys: UserKeySource::Hs256(Secret::new("user-secret-user-secret-user-secret")),
+            roles_claim: "roles".into(),
             service_secret: Secret::new("service-secret-service-secret-service"),
         }
     }
@@ -774,6 +802,7 @@ mod tests {
             issuer: "https://idp.example.com/".into(),
             audience: "aegis".into(),
             user_keys,
+            roles_claim: "roles".into(),
             service_secret: Secret::new("service-secret-service-secret-service"),
         }
     }
@@ -922,6 +951,23 @@ mod tests {
         );
         assert!(auth.verify(&token("", "A")).is_err());
         assert!(auth.verify(&token("u-1", "")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn roles_are_read_from_a_nested_claim_when_configured() {
+        let mut config = config();
+        config.roles_claim = "realm_access.roles".into();
+        let auth = Authenticator::from_config(&config).await.expect("auth");
+        let exp = now_secs() + 600;
+        let token = hs256_token(serde_json::json!({
+            "sub": "u-1", "iss": "aegis-dev", "aud": "aegis", "exp": exp,
+            "roles": ["admin"], "realm_access": {"roles": ["offline_access", "Analyst"]},
+        }));
+
+        let Ok(Caller::User(user)) = auth.verify(&token) else {
+            panic!("verifies");
+        };
+        assert_eq!(user.roles, [Role::Analyst]);
     }
 
     #[test]

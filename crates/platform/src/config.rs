@@ -24,6 +24,8 @@ pub mod env {
     pub const AUTH_ISSUER: &str = "AEGIS_AUTH_ISSUER";
     /// Expected `aud` claim of user tokens.
     pub const AUTH_AUDIENCE: &str = "AEGIS_AUTH_AUDIENCE";
+    /// Claim of user tokens that lists the roles; a dotted path reaches into objects.
+    pub const AUTH_ROLES_CLAIM: &str = "AEGIS_AUTH_ROLES_CLAIM";
     /// Shared secret for HS256 user tokens (development).
     pub const AUTH_HS256_SECRET: &str = "AEGIS_AUTH_HS256_SECRET";
     /// File holding the HS256 secret, for a mounted Kubernetes secret.
@@ -107,6 +109,10 @@ pub struct CommonArgs {
     /// Expected `aud` claim of user tokens.
     #[arg(long, env = env::AUTH_AUDIENCE, default_value = "aegis")]
     pub auth_audience: String,
+    /// Claim that lists a user's roles (`roles`, or a dotted path such as
+    /// `realm_access.roles`).
+    #[arg(long, env = env::AUTH_ROLES_CLAIM, default_value = "roles")]
+    pub auth_roles_claim: String,
     /// HS256 secret of user tokens.
     #[arg(long, env = env::AUTH_HS256_SECRET, hide_env_values = true)]
     pub auth_hs256_secret: Option<String>,
@@ -156,6 +162,8 @@ pub struct AuthConfig {
     pub audience: String,
     /// Where the keys of user tokens come from.
     pub user_keys: UserKeySource,
+    /// Claim path of the roles (`roles`, `realm_access.roles`).
+    pub roles_claim: String,
     /// Secret of service tokens.
     pub service_secret: Secret,
 }
@@ -293,6 +301,7 @@ impl CommonArgs {
                 issuer: self.auth_issuer.clone(),
                 audience: self.auth_audience.clone(),
                 user_keys,
+                roles_claim: self.auth_roles_claim.clone(),
                 service_secret,
             },
         })

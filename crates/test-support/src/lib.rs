@@ -114,6 +114,7 @@ impl TestAegisBuilder {
                 issuer: ISSUER.to_owned(),
                 audience: AUDIENCE.to_owned(),
                 user_keys: UserKeySource::Hs256(user_secret.clone()),
+                roles_claim: "roles".to_owned(),
                 service_secret: service_secret.clone(),
             },
         };
