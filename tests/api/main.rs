@@ -8,6 +8,7 @@ mod bad_input;
 mod bulk;
 mod cases;
 mod evidence;
+mod failures;
 mod listing;
 mod roles;
 mod server;
