@@ -180,3 +180,27 @@ async fn health_turns_not_serving_when_the_server_drains() {
     drop(watch);
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_contract_not_served_here_says_so() {
+    use aegis_proto::aegis::exceptions::v1::{
+        GetRiskExceptionRequest, risk_exception_service_client::RiskExceptionServiceClient,
+    };
+    let aegis = TestAegis::start().await;
+    let mut exceptions = RiskExceptionServiceClient::new(aegis.channel().await);
+
+    let error = exceptions
+        .get_risk_exception(GetRiskExceptionRequest::default())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.code(), tonic::Code::Unimplemented);
+    assert!(
+        error
+            .message()
+            .contains("aegis.exceptions.v1.RiskExceptionService is not served")
+            && error.message().contains("aegis.cases.v1.CaseService"),
+        "{}",
+        error.message()
+    );
+}

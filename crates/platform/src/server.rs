@@ -172,7 +172,7 @@ impl BoundServer {
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(layers)
-            .add_routes(self.routes)
+            .add_routes(with_unserved_fallback(self.routes, &self.service_names))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 async {
@@ -209,6 +209,29 @@ impl BoundServer {
             }
         }
     }
+}
+
+/// Answers a call no route takes with `UNIMPLEMENTED` and a message that says what this
+/// endpoint does serve, instead of tonic's empty one.
+fn with_unserved_fallback(routes: Routes, served: &[&'static str]) -> Routes {
+    let served = served.join(", ");
+    let router = routes.into_axum_router().fallback(move |uri: http::Uri| {
+        let served = served.clone();
+        async move {
+            let path = uri.path().trim_start_matches('/');
+            let service = path.split('/').next().unwrap_or_default();
+            let message = if service.starts_with("aegis.") {
+                format!("{service} is not served by this endpoint; it serves {served}")
+            } else {
+                format!("unknown method {path}; this endpoint serves {served}")
+            };
+            let (parts, ()) = tonic::Status::unimplemented(message)
+                .into_http::<()>()
+                .into_parts();
+            http::Response::from_parts(parts, Body::empty())
+        }
+    });
+    Routes::from(router)
 }
 
 /// What tonic answers, as `INTERNAL`, when a request body is not a message of the RPC.
