@@ -1363,9 +1363,11 @@ impl CaseStore {
             };
             if let Some(case_ref) = case_ref {
                 let mut locked = Self::lock_case(&mut tx, case_ref).await?;
-                if !Self::is_linked(&mut tx, &locked.case.id, &finding.id).await? {
-                    Self::link_locked(&mut tx, &mut locked, &finding.id, actor, now).await?;
-                    Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?;
+                // A repeated report of a finding already on the case links nothing more.
+                match Self::link_locked(&mut tx, &mut locked, &finding.id, actor, now).await {
+                    Ok(()) => Self::save_case(&mut tx, &mut locked, now, Etag::Keep).await?,
+                    Err(CaseError::AlreadyLinked { .. }) => {}
+                    Err(other) => return Err(other),
                 }
             }
             Self::remember(&mut tx, key, "create_finding", &finding, now).await?;
